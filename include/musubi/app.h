@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * app.h -- the modules of one musubid process.  main.c owns it, builds the
+ * modules in dependency order and frees them in reverse; every other module
+ * borrows it.  cfg is replaced whole on a successful SIGHUP reload, so read
+ * it through app->cfg each time rather than keeping a copy.
+ */
+#ifndef MUSUBI_APP_H
+#define MUSUBI_APP_H
+
+#include <event2/event.h>
+
+struct api;
+struct config;
+struct curlev;
+struct db;
+struct httpd;
+struct metrics;
+
+struct app {
+	struct event_base	*base;
+	struct config		*cfg;
+	struct metrics		*metrics;
+	struct db		*db;
+	struct curlev		*curl;
+	struct httpd		*httpd;
+	struct api		*api;
+	int			 stopping;
+};
+
+#endif
