@@ -159,11 +159,13 @@ static void
 deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct musubid	*d = arg;
+	struct timeval	 flush = { 0, 200 * 1000 };
 
 	log_warnx("musubid: shutdown_timeout reached with %zu requests in "
 	    "flight; answering them with 503", httpd_inflight(d->app.httpd));
 	httpd_abort_pending(d->app.httpd);
-	event_base_loopexit(d->app.base, NULL);
+	/* Give the 503s a moment to reach their sockets. */
+	event_base_loopexit(d->app.base, &flush);
 }
 
 /* SIGTERM/SIGINT: stop accepting and drain. */

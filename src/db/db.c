@@ -107,7 +107,6 @@ struct db {
 	char			*conninfo;	/* never logged */
 	char			*appname;	/* NULL: libpq default */
 	char			*options;	/* merged "options", or NULL */
-	int			 usable;	/* conninfo parsed */
 	int			 pool_size;
 	int			 queue_max;
 	int			 connect_timeout_ms;
@@ -974,7 +973,6 @@ db_new(struct event_base *base, const struct db_config *cfg)
 		log_warnx("db: conninfo is malformed; not connecting");
 		return (db);
 	}
-	db->usable = 1;
 	for (i = 0; i < db->pool_size; i++)
 		db_conn_start(&db->conns[i]);
 	return (db);

@@ -69,7 +69,9 @@ struct http_req {
 	struct timespec		 start;
 	void			*data;
 	void			(*datafree)(void *);
-	struct http_req		*prev, *next;	/* pending list */
+	int			 aborting;	/* answered by httpd_abort_pending */
+	int			 aborted;	/* req is gone; handler not done */
+	struct http_req		*prev, *next;	/* pending or zombie list */
 };
 
 struct httpd {
@@ -86,6 +88,7 @@ struct httpd {
 	int			 stopping;
 	size_t			 inflight;
 	struct http_req		*pending;	/* requests not yet answered */
+	struct http_req		*zombies;	/* aborted, handler still busy */
 
 	/* Open connections: an open-addressing set of evcon pointers. */
 	struct evhttp_connection **conns;
@@ -95,6 +98,8 @@ struct httpd {
 
 static void	httpd_request_cb(struct evhttp_request *, void *);
 static void	httpd_conn_close_cb(struct evhttp_connection *, void *);
+static void	httpd_req_free(struct http_req *);
+static void	httpd_unlink(struct http_req **, struct http_req *);
 
 /* Hash a pointer for the connection set. */
 static size_t
@@ -224,6 +229,12 @@ httpd_free(struct httpd *h)
 		return;
 	httpd_abort_pending(h);
 	h->stopping = 1;
+	while (h->zombies != NULL) {
+		struct http_req	*hr = h->zombies;
+
+		httpd_unlink(&h->zombies, hr);
+		httpd_req_free(hr);
+	}
 	evhttp_free(h->http);
 	for (i = 0; i < h->nroutes; i++) {
 		for (j = 0; j < h->routes[i].nsegs; j++)
@@ -624,9 +635,12 @@ httpd_stop(struct httpd *h)
 void
 httpd_abort_pending(struct httpd *h)
 {
-	while (h->pending != NULL) {
-		http_reply_header(h->pending, "Connection", "close");
-		http_reply_error(h->pending, 503, "shutting_down", NULL,
+	struct http_req	*hr;
+
+	while ((hr = h->pending) != NULL) {
+		hr->aborting = 1;
+		http_reply_header(hr, "Connection", "close");
+		http_reply_error(hr, 503, "shutting_down", NULL,
 		    "server shut down before this request completed; retry");
 	}
 }
@@ -699,6 +713,8 @@ http_req_query(const struct http_req *hr, const char *name)
 const char *
 http_req_header(const struct http_req *hr, const char *name)
 {
+	if (hr->req == NULL)
+		return (NULL);
 	return (evhttp_find_header(evhttp_request_get_input_headers(hr->req),
 	    name));
 }
@@ -707,8 +723,12 @@ http_req_header(const struct http_req *hr, const char *name)
 const unsigned char *
 http_req_body(struct http_req *hr, size_t *len)
 {
-	struct evbuffer	*in = evhttp_request_get_input_buffer(hr->req);
+	struct evbuffer	*in;
 
+	*len = 0;
+	if (hr->req == NULL)
+		return (NULL);
+	in = evhttp_request_get_input_buffer(hr->req);
 	*len = evbuffer_get_length(in);
 	if (*len == 0)
 		return (NULL);
@@ -779,8 +799,23 @@ http_req_route(const struct http_req *hr)
 void
 http_reply_header(struct http_req *hr, const char *name, const char *value)
 {
+	if (hr->req == NULL)
+		return;
 	evhttp_add_header(evhttp_request_get_output_headers(hr->req), name,
 	    value);
+}
+
+/* Unlink a request from the list it is on. */
+static void
+httpd_unlink(struct http_req **head, struct http_req *hr)
+{
+	if (hr->prev != NULL)
+		hr->prev->next = hr->next;
+	else
+		*head = hr->next;
+	if (hr->next != NULL)
+		hr->next->prev = hr->prev;
+	hr->prev = hr->next = NULL;
 }
 
 /* Send the reply, log it, count it and free the wrapper. */
@@ -792,9 +827,15 @@ httpd_send(struct http_req *hr, int status, struct evbuffer *body)
 	double		 secs;
 	char		 labels[512];
 	size_t		 len = body != NULL ? evbuffer_get_length(body) : 0;
-	const char	*route = hr->route != NULL ? hr->route->label :
-	    "unmatched";
+	const char	*route;
 
+	if (hr->aborted) {
+		/* The client already got its 503; the handler is done now. */
+		httpd_unlink(&h->zombies, hr);
+		httpd_req_free(hr);
+		return;
+	}
+	route = hr->route != NULL ? hr->route->label : "unmatched";
 	http_reply_header(hr, "X-Request-Id", hr->id);
 	if (h->stopping)
 		http_reply_header(hr, "Connection", "close");
@@ -818,14 +859,23 @@ httpd_send(struct http_req *hr, int status, struct evbuffer *body)
 		    len, secs * 1000);
 	}
 
-	if (hr->prev != NULL)
-		hr->prev->next = hr->next;
-	else
-		h->pending = hr->next;
-	if (hr->next != NULL)
-		hr->next->prev = hr->prev;
+	httpd_unlink(&h->pending, hr);
 	h->inflight--;
-	httpd_req_free(hr);
+	if (!hr->aborting) {
+		httpd_req_free(hr);
+		return;
+	}
+	/*
+	 * Answered early by httpd_abort_pending: keep the wrapper until its
+	 * handler replies from the database or HTTP-client callback that
+	 * still holds it; that reply only frees it.
+	 */
+	hr->req = NULL;
+	hr->aborted = 1;
+	hr->next = h->zombies;
+	if (h->zombies != NULL)
+		h->zombies->prev = hr;
+	h->zombies = hr;
 }
 
 /* Reply with JSON. */
