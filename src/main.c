@@ -22,10 +22,12 @@
 
 #include "musubi/api.h"
 #include "musubi/app.h"
+#include "musubi/chancache.h"
 #include "musubi/config.h"
 #include "musubi/curlev.h"
 #include "musubi/db.h"
 #include "musubi/httpd.h"
+#include "musubi/line_intake.h"
 #include "musubi/log.h"
 #include "musubi/metrics.h"
 #include "musubi/migrate.h"
@@ -136,6 +138,7 @@ reload_cb(evutil_socket_t sig, short what, void *arg)
 		log_set_level(lvl);
 	httpd_configure(d->app.httpd, next);
 	api_flush_cache(d->app.api);
+	chancache_flush(d->app.channels);
 	log_info("musubid: configuration reloaded");
 }
 
@@ -148,7 +151,8 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 
 	db_get_stats(d->app.db, &st);
 	if (httpd_inflight(d->app.httpd) == 0 && st.busy == 0 &&
-	    st.queued == 0 && curlev_inflight(d->app.curl) == 0) {
+	    st.queued == 0 && curlev_inflight(d->app.curl) == 0 &&
+	    !line_intake_busy(d->app.line)) {
 		log_info("musubid: all work finished; exiting");
 		event_base_loopexit(d->app.base, NULL);
 	}
@@ -184,6 +188,7 @@ stop_cb(evutil_socket_t sig, short what, void *arg)
 	    sig == SIGINT ? "SIGINT" : "SIGTERM", d->app.cfg->shutdown_timeout);
 	d->app.stopping = 1;
 	httpd_stop(d->app.httpd);
+	line_intake_stop(d->app.line);
 	d->drain = event_new(d->app.base, -1, EV_PERSIST, drain_cb, d);
 	d->deadline = evtimer_new(d->app.base, deadline_cb, d);
 	tv.tv_sec = d->app.cfg->shutdown_timeout / 1000;
@@ -281,10 +286,14 @@ main(int argc, char **argv)
 	d.app.curl = curlev_new(d.app.base, &cc);
 
 	d.app.httpd = httpd_new(d.app.base, cfg, d.app.metrics);
+	d.app.channels = chancache_new(d.app.db);
 	d.app.api = api_new(&d.app);
+	d.app.line = line_intake_new(&d.app, d.app.channels);
 	if (httpd_listen(d.app.httpd, cfg->listen, &cause) != 0)
 		fatalx("musubid: %s", cause);
 
+	if (line_intake_start(d.app.line) != 0)
+		fatalx("musubid: cannot start the LINE processor");
 	d.sighup = evsignal_new(d.app.base, SIGHUP, reload_cb, &d);
 	d.sigterm = evsignal_new(d.app.base, SIGTERM, stop_cb, &d);
 	d.sigint = evsignal_new(d.app.base, SIGINT, stop_cb, &d);
@@ -303,10 +312,13 @@ main(int argc, char **argv)
 	 * still answer their HTTP requests; httpd_free answers the rest.
 	 */
 	httpd_stop(d.app.httpd);
+	line_intake_stop(d.app.line);
 	curlev_free(d.app.curl);
 	db_free(d.app.db);
+	line_intake_free(d.app.line);
 	httpd_free(d.app.httpd);
 	api_free(d.app.api);
+	chancache_free(d.app.channels);
 	if (d.drain != NULL)
 		event_free(d.drain);
 	if (d.deadline != NULL)

@@ -11,10 +11,12 @@
 #include <event2/event.h>
 
 struct api;
+struct chancache;
 struct config;
 struct curlev;
 struct db;
 struct httpd;
+struct line_intake;
 struct metrics;
 
 struct app {
@@ -24,7 +26,9 @@ struct app {
 	struct db		*db;
 	struct curlev		*curl;
 	struct httpd		*httpd;
+	struct chancache	*channels;
 	struct api		*api;
+	struct line_intake	*line;
 	int			 stopping;
 };
 

@@ -11,6 +11,7 @@
 
 #include "musubi/api.h"
 #include "musubi/app.h"
+#include "musubi/chancache.h"
 #include "musubi/db.h"
 #include "musubi/httpd.h"
 #include "musubi/log.h"
@@ -258,6 +259,7 @@ channel_update_cb(const PGresult *res, const char *err, void *arg)
 		    "no such channel: %s", http_req_param(ctx->req, "slug"));
 		return;
 	}
+	chancache_flush(ctx->app->channels);
 	log_info("api: rid=%s channel %s updated", http_req_id(ctx->req),
 	    db_value(res, 0, 1));
 	http_reply_json(ctx->req, 200, channel_json(res, 0, 1));
