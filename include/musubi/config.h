@@ -35,6 +35,7 @@ struct config {
 	int	 http_max_inflight;	/* requests being handled at once */
 	long	 shutdown_timeout;	/* ms */
 	long	 api_key_cache_ttl;	/* ms */
+	int	 intake_max_commits;	/* group commits in flight */
 
 	char	*line_api_base;
 	long	 line_api_timeout;	/* ms */

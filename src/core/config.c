@@ -81,6 +81,10 @@ static const struct config_key config_keys[] = {
 	{ "api_key_cache_ttl", CONFIG_DURATION, OFF(api_key_cache_ttl), "5s",
 	  0, 3600000, 0,
 	  "how long a verified API key is trusted without asking PostgreSQL", NULL },
+	{ "intake_max_commits", CONFIG_INT, OFF(intake_max_commits), "1", 1,
+	  64, CONFIG_NORELOAD,
+	  "webhook group commits in flight at once; fewer means larger "
+	  "batches", NULL },
 	{ "line_api_base", CONFIG_STRING, OFF(line_api_base),
 	  "https://api.line.me", 0, 0, 0,
 	  "LINE Messaging API base URL (line-sandbox in tests and the demo)",

@@ -33,6 +33,7 @@
 
 #define LINE_APPLY_LIMIT	1000
 #define LINE_APPLY_POLL_MS	1000
+#define LINE_APPLY_DELAY_MS	50
 #define LINE_PROFILE_MAX	16
 #define LINE_PROFILE_POLL_MS	2000
 #define LINE_PROFILE_TRIES	8
@@ -56,6 +57,7 @@ struct line_intake {
 	struct event		*flush_ev;
 	struct event		*apply_ev;
 	int			 applying;
+	int			 apply_wanted;	/* commits during an apply */
 	struct event		*profile_ev;
 	int			 profiles;	/* fetches in flight */
 	int			 claiming;
@@ -130,9 +132,7 @@ line_intake_new(struct app *app, struct chancache *cc)
 	li->app = app;
 	li->cc = cc;
 	li->cur = line_batch_new(li);
-	li->max_commits = app->cfg->db_pool_size / 2;
-	if (li->max_commits < 1)
-		li->max_commits = 1;
+	li->max_commits = app->cfg->intake_max_commits;
 	li->flush_ev = event_new(app->base, -1, 0, line_flush_cb, li);
 	li->apply_ev = evtimer_new(app->base, line_apply_cb, li);
 	li->profile_ev = evtimer_new(app->base, line_profile_cb, li);
@@ -328,10 +328,14 @@ line_commit_cb(const PGresult *res, const char *err, void *arg)
 		    "result=\"stored\"", b->nreqs);
 		for (i = 0; i < b->nreqs; i++)
 			http_reply_json(b->reqs[i], 200, json_object());
-		if (!li->applying && !li->stopping) {
-			evtimer_del(li->apply_ev);
-			line_arm(li->apply_ev, 0);
-		}
+		/*
+		 * Apply soon, but not once per commit: under load, batching
+		 * applies saves PostgreSQL far more than it delays them.
+		 */
+		if (li->applying)
+			li->apply_wanted = 1;
+		else if (!li->stopping && !evtimer_pending(li->apply_ev, NULL))
+			line_arm(li->apply_ev, LINE_APPLY_DELAY_MS);
 	} else if (res != NULL && b->nreqs > 1 && !b->single) {
 		/* The server refused the batch: isolate the delivery. */
 		log_warnx("line: batch of %zu deliveries refused (%s); "
@@ -433,7 +437,8 @@ line_applied_cb(const PGresult *res, const char *err, void *arg)
 		line_arm(li->profile_ev, 0);
 	}
 	line_arm(li->apply_ev, applied + malformed >= LINE_APPLY_LIMIT ? 0 :
-	    LINE_APPLY_POLL_MS);
+	    li->apply_wanted ? LINE_APPLY_DELAY_MS : LINE_APPLY_POLL_MS);
+	li->apply_wanted = 0;
 }
 
 /* Apply pending inbox events. */
@@ -450,6 +455,8 @@ line_apply_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	li->applying = 1;
+	li->apply_wanted = 0;
+	evtimer_del(li->apply_ev);
 	p = db_params_new();
 	db_params_int(p, LINE_APPLY_LIMIT);
 	db_query(li->app->db, "SELECT applied, malformed, profiles FROM "
