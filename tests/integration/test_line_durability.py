@@ -137,6 +137,30 @@ class KillNine(MusubiTestCase):
                          [["400"]])
 
 
+class TwoProcesses(MusubiTestCase):
+    def test_two_musubid_share_intake_and_apply_each_event_once(self):
+        create_channel(self.d, self.admin)
+        other = self.spawn()
+        results = {}
+
+        def run(d, lo, hi):
+            results.update(burst(d.port, lo, hi, nthreads=4))
+        # Both processes get every delivery once: duplicates across them.
+        ts = [threading.Thread(target=run, args=(self.d, 0, 600)),
+              threading.Thread(target=run, args=(other, 0, 600))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(set(results.values()), {200})
+        wait_applied(self.db)
+        self.assertEqual(self.db.sql(
+            "SELECT count(*), count(DISTINCT event_id) FROM interactions"),
+            [["600", "600"]])
+        self.assertEqual(self.db.sql("SELECT count(*) FROM webhook_events"),
+                         [["600"]])
+
+
 class PostgresStopsDuringBurst(unittest.TestCase):
     def test_every_200_is_stored_and_the_rest_got_503(self):
         pg = PgCluster()
