@@ -31,6 +31,7 @@
 #include "musubi/log.h"
 #include "musubi/metrics.h"
 #include "musubi/migrate.h"
+#include "musubi/track.h"
 #include "musubi/xmalloc.h"
 
 struct musubid {
@@ -68,7 +69,7 @@ print_keys(void)
 
 /* Apply migrations before the loop starts, waiting for PostgreSQL. */
 static int
-startup_migrate(const struct config *cfg)
+startup_migrate(const struct config *cfg, unsigned char key[TOKEN_KEY_LEN])
 {
 	PGconn		*conn;
 	struct timespec	 start, now;
@@ -105,6 +106,12 @@ startup_migrate(const struct config *cfg)
 	}
 	log_info("musubid: schema at version %d (%d applied now)",
 	    migrate_latest(), applied);
+	if (track_load_key(conn, key, &cause) != 0) {
+		log_error("musubid: %s", cause);
+		free(cause);
+		PQfinish(conn);
+		return (-1);
+	}
 	PQfinish(conn);
 	return (0);
 }
@@ -152,7 +159,7 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 	db_get_stats(d->app.db, &st);
 	if (httpd_inflight(d->app.httpd) == 0 && st.busy == 0 &&
 	    st.queued == 0 && curlev_inflight(d->app.curl) == 0 &&
-	    !line_intake_busy(d->app.line)) {
+	    !line_intake_busy(d->app.line) && !track_busy(d->app.track)) {
 		log_info("musubid: all work finished; exiting");
 		event_base_loopexit(d->app.base, NULL);
 	}
@@ -189,6 +196,7 @@ stop_cb(evutil_socket_t sig, short what, void *arg)
 	d->app.stopping = 1;
 	httpd_stop(d->app.httpd);
 	line_intake_stop(d->app.line);
+	track_stop(d->app.track);
 	d->drain = event_new(d->app.base, -1, EV_PERSIST, drain_cb, d);
 	d->deadline = evtimer_new(d->app.base, deadline_cb, d);
 	tv.tv_sec = d->app.cfg->shutdown_timeout / 1000;
@@ -207,6 +215,7 @@ main(int argc, char **argv)
 	struct curlev_config	 cc;
 	const char		*path = NULL;
 	char			*cause = NULL;
+	unsigned char		 key[TOKEN_KEY_LEN];
 	int			 ch, check = 0, debug = 0;
 	enum log_level		 lvl;
 
@@ -256,7 +265,7 @@ main(int argc, char **argv)
 		log_set_level(debug ? LOG_LEVEL_DEBUG : lvl);
 
 	signal(SIGPIPE, SIG_IGN);
-	if (startup_migrate(cfg) != 0) {
+	if (startup_migrate(cfg, key) != 0) {
 		config_free(cfg);
 		free(cfg);
 		return (1);
@@ -289,11 +298,13 @@ main(int argc, char **argv)
 	d.app.channels = chancache_new(d.app.db);
 	d.app.api = api_new(&d.app);
 	d.app.line = line_intake_new(&d.app, d.app.channels);
+	d.app.track = track_new(&d.app, key);
+	explicit_bzero(key, sizeof key);
 	if (httpd_listen(d.app.httpd, cfg->listen, &cause) != 0)
 		fatalx("musubid: %s", cause);
 
-	if (line_intake_start(d.app.line) != 0)
-		fatalx("musubid: cannot start the LINE processor");
+	if (line_intake_start(d.app.line) != 0 || track_start(d.app.track) != 0)
+		fatalx("musubid: cannot start the background work");
 	d.sighup = evsignal_new(d.app.base, SIGHUP, reload_cb, &d);
 	d.sigterm = evsignal_new(d.app.base, SIGTERM, stop_cb, &d);
 	d.sigint = evsignal_new(d.app.base, SIGINT, stop_cb, &d);
@@ -313,9 +324,11 @@ main(int argc, char **argv)
 	 */
 	httpd_stop(d.app.httpd);
 	line_intake_stop(d.app.line);
+	track_stop(d.app.track);
 	curlev_free(d.app.curl);
 	db_free(d.app.db);
 	line_intake_free(d.app.line);
+	track_free(d.app.track);
 	httpd_free(d.app.httpd);
 	api_free(d.app.api);
 	chancache_free(d.app.channels);

@@ -72,6 +72,7 @@ void		 api_db_error(struct http_req *, const char *what,
 
 /* Route registration of each resource module (api_*.c). */
 void		 api_channels_init(struct api *);
+void		 api_links_init(struct api *);
 void		 api_friends_init(struct api *);
 
 #endif

@@ -18,6 +18,7 @@ struct db;
 struct httpd;
 struct line_intake;
 struct metrics;
+struct track;
 
 struct app {
 	struct event_base	*base;
@@ -29,6 +30,7 @@ struct app {
 	struct chancache	*channels;
 	struct api		*api;
 	struct line_intake	*line;
+	struct track		*track;
 	int			 stopping;
 };
 

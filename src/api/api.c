@@ -95,6 +95,7 @@ api_new(struct app *app)
 	httpd_route(app->httpd, HTTP_GET, "/metrics", api_metrics, api);
 	metrics_collector(app->metrics, api_collect_cb, api);
 	api_channels_init(api);
+	api_links_init(api);
 	api_friends_init(api);
 	return (api);
 }
