@@ -41,6 +41,7 @@ struct musubid {
 	struct event	*sigint;
 	struct event	*drain;		/* polls for the end of work */
 	struct event	*deadline;	/* shutdown_timeout */
+	int		 debug;		/* -d: debug logging, kept on reload */
 };
 
 NORETURN static void
@@ -76,10 +77,17 @@ startup_migrate(const struct config *cfg, unsigned char key[TOKEN_KEY_LEN])
 	char		*cause = NULL;
 	int		 applied, warned = 0;
 	long		 waited;
+	char		 timeout[32];
+	const char	*keys[] = { "dbname", "connect_timeout",
+	    "application_name", NULL };
+	const char	*values[] = { cfg->database_url, timeout, "musubid",
+	    NULL };
 
 	clock_gettime(CLOCK_MONOTONIC, &start);
+	snprintf(timeout, sizeof timeout, "%ld",
+	    cfg->db_connect_timeout < 2000 ? 2 : cfg->db_connect_timeout / 1000);
 	for (;;) {
-		conn = PQconnectdb(cfg->database_url);
+		conn = PQconnectdbParams(keys, values, 1);
 		if (PQstatus(conn) == CONNECTION_OK)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &now);
@@ -142,7 +150,7 @@ reload_cb(evutil_socket_t sig, short what, void *arg)
 	free(d->app.cfg);
 	d->app.cfg = next;
 	if (log_level_parse(next->log_level, &lvl) == 0)
-		log_set_level(lvl);
+		log_set_level(d->debug ? LOG_LEVEL_DEBUG : lvl);
 	httpd_configure(d->app.httpd, next);
 	api_flush_cache(d->app.api);
 	chancache_flush(d->app.channels);
@@ -272,6 +280,7 @@ main(int argc, char **argv)
 	}
 
 	memset(&d, 0, sizeof d);
+	d.debug = debug;
 	d.app.cfg = cfg;
 	if ((d.app.base = event_base_new()) == NULL)
 		fatalx("musubid: event_base_new failed");

@@ -176,8 +176,9 @@ cmd_apikey_list(PGconn *conn)
 	require_schema(conn);
 	res = PQexec(conn,
 	    "SELECT k.id, k.prefix, k.scope || coalesce(':' || c.slug, ''), "
-	    "k.name, to_char(k.created_at, 'YYYY-MM-DD HH24:MI'), "
-	    "coalesce(to_char(k.revoked_at, 'YYYY-MM-DD HH24:MI'), '-') "
+	    "k.name, to_char(k.created_at AT TIME ZONE 'UTC', "
+	    "'YYYY-MM-DD HH24:MI\"Z\"'), coalesce(to_char(k.revoked_at AT "
+	    "TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI\"Z\"'), '-') "
 	    "FROM api_keys k LEFT JOIN channels c ON c.id = k.channel_id "
 	    "ORDER BY k.id");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -9,7 +9,8 @@
  * {slug} in the path is resolved to a channel the key may reach:
  *	no key or unknown/revoked key	401 unauthorized
  *	a channel key on an admin route	403 forbidden
- *	a channel key on another channel	404 not_found (no existence leak)
+ *	a channel key on another channel	403 forbidden (whether or not
+ *					that channel exists: no existence leak)
  * Handlers are thin: validate, call a module, render.
  */
 #ifndef MUSUBI_API_H
@@ -66,7 +67,7 @@ int		 api_reject_unknown(struct http_req *, json_t *obj,
 int		 api_string(struct http_req *, json_t *obj, const char *key,
 		    int required, size_t minlen, size_t maxlen,
 		    const char **out);
-/* Reply 503 or 500 for a database error; logs it with the request id. */
+/* Reply 503 (with Retry-After) for a database error; logs it. */
 void		 api_db_error(struct http_req *, const char *what,
 		    const char *err);
 

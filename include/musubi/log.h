@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * log.h -- levelled, one-line-per-event logging to stderr (or a file).
+ * log.h -- levelled, one-line-per-event logging to stderr.
  *
  * Lines look like
  *	2026-11-22T01:50:00.123Z info  httpd: rid=5f2c... GET /healthz 200 0.1ms

@@ -90,7 +90,7 @@ static const struct config_key config_keys[] = {
 	  "LINE Messaging API base URL (line-sandbox in tests and the demo)",
 	  config_check_url },
 	{ "line_api_timeout", CONFIG_DURATION, OFF(line_api_timeout), "10s",
-	  100, 600000, 0, "timeout of one request to the LINE API", NULL },
+	  100, 600000, CONFIG_NORELOAD, "timeout of one request to the LINE API", NULL },
 	{ "public_url", CONFIG_STRING, OFF(public_url), "", 0, 0, 0,
 	  "external base URL of musubid, for links it hands out "
 	  "(default: http://<listen>)", config_check_url },

@@ -140,12 +140,15 @@ crypto_base64_decode(const char *in, size_t inlen, size_t *outlen)
 {
 	unsigned char	*out;
 	uint32_t	 acc = 0;
-	size_t		 i, n = 0, bits = 0;
+	size_t		 i, n = 0, bits = 0, pad = 0, full = inlen;
 	int		 v;
 
-	while (inlen > 0 && in[inlen - 1] == '=')
+	while (inlen > 0 && in[inlen - 1] == '=') {
 		inlen--;
-	if (inlen % 4 == 1)
+		pad++;
+	}
+	/* Padding, when present, must complete the last quantum exactly. */
+	if (inlen % 4 == 1 || pad > 2 || (pad > 0 && full % 4 != 0))
 		return (NULL);
 	out = xmalloc(inlen * 3 / 4 + 1);
 	for (i = 0; i < inlen; i++) {
@@ -160,6 +163,11 @@ crypto_base64_decode(const char *in, size_t inlen, size_t *outlen)
 			out[n++] = (unsigned char)(acc >> bits);
 			acc &= (1u << bits) - 1;
 		}
+	}
+	/* Canonical only: the unused low bits of the last character are 0. */
+	if (acc != 0) {
+		free(out);
+		return (NULL);
 	}
 	*outlen = n;
 	return (out);

@@ -83,6 +83,7 @@ struct httpd {
 	struct evhttp_bound_socket *bound;
 	int			 port;
 	size_t			 max_body;
+	size_t			 max_route_body;	/* largest route limit */
 	int			 max_connections;
 	int			 max_inflight;
 	int			 stopping;
@@ -211,7 +212,8 @@ httpd_configure(struct httpd *h, const struct config *cfg)
 	h->max_body = (size_t)cfg->http_max_body;
 	h->max_connections = cfg->http_max_connections;
 	h->max_inflight = cfg->http_max_inflight;
-	evhttp_set_max_body_size(h->http, (ev_ssize_t)h->max_body * 4);
+	evhttp_set_max_body_size(h->http, (ev_ssize_t)(h->max_body * 4 >
+	    h->max_route_body ? h->max_body * 4 : h->max_route_body));
 	evhttp_set_max_headers_size(h->http, (ev_ssize_t)cfg->http_max_headers);
 	tv.tv_sec = cfg->http_timeout / 1000;
 	tv.tv_usec = (cfg->http_timeout % 1000) * 1000;
@@ -306,6 +308,12 @@ httpd_route_limit(struct httpd *h, int methods, const char *pattern,
 	r->methods = methods;
 	r->pattern = xstrdup(pattern);
 	r->max_body = max_body;
+	if (max_body > h->max_route_body) {
+		h->max_route_body = max_body;
+		if (max_body > h->max_body * 4)
+			evhttp_set_max_body_size(h->http,
+			    (ev_ssize_t)max_body);
+	}
 	r->handler = handler;
 	r->arg = arg;
 	r->label = metrics_escape(pattern);
@@ -574,6 +582,8 @@ httpd_request_cb(struct evhttp_request *req, void *arg)
 			continue;
 		if (!(r->methods & m)) {
 			allowed |= r->methods;
+			if (r->methods & HTTP_GET)
+				allowed |= HTTP_HEAD;
 			for (i = 0; i < hr->nparams; i++) {
 				free(hr->pnames[i]);
 				free(hr->pvalues[i]);

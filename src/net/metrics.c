@@ -235,10 +235,16 @@ metrics_render_histogram(struct evbuffer *buf, const struct metrics_series *s)
 	}
 	evbuffer_add_printf(buf, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", s->name,
 	    s->labels, sep, (unsigned long long)s->count);
-	evbuffer_add_printf(buf, "%s_sum{%s} %.6f\n", s->name, s->labels,
-	    s->sum);
-	evbuffer_add_printf(buf, "%s_count{%s} %llu\n", s->name, s->labels,
-	    (unsigned long long)s->count);
+	if (*s->labels != '\0') {
+		evbuffer_add_printf(buf, "%s_sum{%s} %.6f\n", s->name,
+		    s->labels, s->sum);
+		evbuffer_add_printf(buf, "%s_count{%s} %llu\n", s->name,
+		    s->labels, (unsigned long long)s->count);
+	} else {
+		evbuffer_add_printf(buf, "%s_sum %.6f\n", s->name, s->sum);
+		evbuffer_add_printf(buf, "%s_count %llu\n", s->name,
+		    (unsigned long long)s->count);
+	}
 }
 
 /* Render everything. */
