@@ -163,7 +163,9 @@ BEGIN
 	WITH latest AS (
 		SELECT DISTINCT ON (b.channel_id, b.user_id)
 		    b.channel_id, b.user_id, b.type, b.event_ts,
-		    (b.payload #>> '{follow,isUnblocked}')::boolean AS unblocked
+		    CASE WHEN jsonb_typeof(b.payload #> '{follow,isUnblocked}')
+			= 'boolean' THEN (b.payload #>> '{follow,isUnblocked}')::boolean
+		    END AS unblocked
 		FROM musubi_batch b
 		WHERE b.problem IS NULL AND b.type IN ('follow', 'unfollow')
 		ORDER BY b.channel_id, b.user_id, b.event_ts DESC, b.id DESC
@@ -231,18 +233,28 @@ BEGIN
 	WHERE b.type <> '' AND b.event_ts IS NOT NULL
 	ON CONFLICT (channel_id, event_id) DO NOTHING;
 
-	-- unsend: drop the stored text, whichever of the two came first.
-	UPDATE interactions m SET text = NULL, unsent = true,
-	    payload = m.payload #- '{message,text}' #- '{message,emojis}'
-		#- '{message,mention}'
-	FROM interactions u
-	WHERE u.type = 'unsend' AND m.type IN ('message', 'messageEdited')
-	    AND m.channel_id = u.channel_id AND m.message_id = u.message_id
-	    AND NOT m.unsent
-	    AND (u.event_id IN (SELECT event_id FROM musubi_batch b
-		    WHERE b.channel_id = u.channel_id)
-		OR m.event_id IN (SELECT event_id FROM musubi_batch b
-		    WHERE b.channel_id = m.channel_id));
+	-- unsend: drop the stored text, whichever of the two came first, from
+	-- the timeline and from the inbox copy of the event alike.
+	WITH gone AS (
+		UPDATE interactions m SET text = NULL, unsent = true,
+		    payload = m.payload #- '{message,text}'
+			#- '{message,emojis}' #- '{message,mention}'
+		FROM interactions u
+		WHERE u.type = 'unsend'
+		    AND m.type IN ('message', 'messageEdited')
+		    AND m.channel_id = u.channel_id
+		    AND m.message_id = u.message_id AND NOT m.unsent
+		    AND (u.event_id IN (SELECT event_id FROM musubi_batch b
+			    WHERE b.channel_id = u.channel_id)
+			OR m.event_id IN (SELECT event_id FROM musubi_batch b
+			    WHERE b.channel_id = m.channel_id))
+		RETURNING m.channel_id, m.event_id
+	)
+	UPDATE webhook_events w
+	SET payload = w.payload #- '{message,text}' #- '{message,emojis}'
+	    #- '{message,mention}'
+	FROM gone g
+	WHERE w.channel_id = g.channel_id AND w.event_id = g.event_id;
 
 	UPDATE webhook_events w
 	SET state = CASE WHEN b.problem IS NULL THEN 1 ELSE 2 END,

@@ -12,6 +12,7 @@
  * the last row's id, opaque to clients.  Errors in query parameters are 422
  * with a path of "?name"; errors in a JSON body use a JSON pointer.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "musubi/crypto.h"
 #include "musubi/db.h"
 #include "musubi/httpd.h"
+#include "musubi/line.h"
 #include "musubi/log.h"
 #include "musubi/xmalloc.h"
 
@@ -56,18 +58,14 @@
 	"jsonb_typeof(h.payload #> '{follow,isUnblocked}') = 'boolean' " \
 	"THEN (h.payload #>> '{follow,isUnblocked}')::boolean END"
 
-static const char friend_list_sql[] =
-    "SELECT " FRIEND_COLS " FROM friends f "
-    "WHERE f.channel_id = $1 "
-    "AND ($2::text IS NULL OR f.status = $2) "
-    "AND ($3::timestamptz IS NULL OR f.followed_at >= $3) "
-    "AND ($4::timestamptz IS NULL OR f.followed_at < $4) "
-    "AND ($5::text IS NULL OR f.display_name ILIKE '%' || $5 || '%') "
-    "AND ($6::text IS NULL OR f.id IN (SELECT ft.friend_id "
-    "FROM friend_tags ft JOIN tags t ON t.channel_id = ft.channel_id "
-    "AND t.id = ft.tag_id WHERE ft.channel_id = $1 AND t.name = $6)) "
-    "AND ($7::bigint IS NULL OR f.id < $7) "
-    "ORDER BY f.id DESC LIMIT $8";
+/*
+ * The friend list: each filter adds its condition (and one parameter) to
+ * this, so the planner sees only what is asked for and can turn the tag
+ * filter into a join.
+ */
+#define FRIEND_LIST_SQL \
+	"SELECT " FRIEND_COLS " FROM friends f WHERE f.channel_id = $1"
+#define FRIEND_LIST_MAX	2048
 
 /*
  * One friend, whether the timeline cursor names one of its interactions,
@@ -295,8 +293,12 @@ friend_rfc3339(const char *s, char *out, size_t outlen)
 		return (-1);
 	i = 19;
 	if (s[i] == '.') {
-		for (n = 0, i++; s[i] >= '0' && s[i] <= '9'; i++)
+		for (n = 0, i++; s[i] >= '0' && s[i] <= '9'; i++) {
+			/* PostgreSQL takes a leap second only as :60.000 */
+			if (sec == 60 && s[i] != '0')
+				return (-1);
 			n++;
+		}
 		if (n == 0 || n > 9)
 			return (-1);
 	}
@@ -342,6 +344,62 @@ friend_bad_param(struct http_req *req, const char *name, const char *what)
 	http_reply_error(req, 422, "invalid_value", path, "%s %s", name, what);
 }
 
+/*
+ * The {user_id} of the path, or NULL after replying 404: only LINE user ids
+ * become friends, so anything else (bad UTF-8 included) is not one.
+ */
+static const char *
+friend_user_param(struct http_req *req)
+{
+	const char	*uid = http_req_param(req, "user_id");
+
+	if (!line_is_user_id(uid)) {
+		http_reply_error(req, 404, "not_found", NULL,
+		    "no such friend in this channel");
+		return (NULL);
+	}
+	return (uid);
+}
+
+/* Tell whether s is valid UTF-8 (PostgreSQL refuses anything else). */
+static int
+friend_utf8_ok(const char *s)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	unsigned int		 c, min;
+	int			 n, i;
+
+	while (*p != '\0') {
+		if (*p < 0x80) {
+			p++;
+			continue;
+		}
+		if ((*p & 0xe0) == 0xc0) {
+			n = 1;
+			c = *p & 0x1f;
+			min = 0x80;
+		} else if ((*p & 0xf0) == 0xe0) {
+			n = 2;
+			c = *p & 0x0f;
+			min = 0x800;
+		} else if ((*p & 0xf8) == 0xf0) {
+			n = 3;
+			c = *p & 0x07;
+			min = 0x10000;
+		} else
+			return (0);
+		for (i = 1; i <= n; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return (0);
+			c = (c << 6) | (p[i] & 0x3f);
+		}
+		if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+			return (0);
+		p += n + 1;
+	}
+	return (1);
+}
+
 /* Count the characters of a UTF-8 string. */
 static size_t
 friend_chars(const char *s)
@@ -368,6 +426,19 @@ friend_like_escape(const char *s)
 	}
 	*p = '\0';
 	return (out);
+}
+
+/* Append a condition to a statement being built (fmt is a constant). */
+static void PRINTFLIKE(3, 4)
+friend_sql_add(char *sql, size_t size, const char *fmt, ...)
+{
+	va_list	 ap;
+	size_t	 len = strlen(sql);
+
+	va_start(ap, fmt);
+	if ((size_t)vsnprintf(sql + len, size - len, fmt, ap) >= size - len)
+		fatalx("api: friend list statement too long");
+	va_end(ap);
 }
 
 /* Check a tag name: 1..100 characters, no control characters. */
@@ -400,9 +471,10 @@ friend_list_cb(const PGresult *res, const char *err, void *arg)
 		api_db_error(ctx->req, "friend list", err);
 		return;
 	}
+	/* The limit was checked before the query; read it again. */
 	n = PQntuples(res);
 	if (friend_limit(http_req_query(ctx->req, "limit"), &limit) != 0)
-		limit = FRIEND_LIMIT_DEFAULT;	/* checked before the query */
+		limit = FRIEND_LIMIT_DEFAULT;
 	items = json_array();
 	for (i = 0; i < n && i < limit; i++)
 		json_array_append_new(items, friend_json(res, i));
@@ -421,7 +493,8 @@ friend_list(struct api_ctx *ctx)
 	struct http_req		*req = ctx->req;
 	struct db_params	*p;
 	const char		*status, *after, *before, *q, *tag, *lim;
-	char			 after_ts[48], before_ts[48], *like = NULL;
+	char			 after_ts[48], before_ts[48], *like;
+	char			 sql[FRIEND_LIST_MAX];
 	int64_t			 cursor;
 	long			 limit;
 
@@ -449,11 +522,13 @@ friend_list(struct api_ctx *ctx)
 		    "date-time such as 2024-05-01T00:00:00+09:00");
 		return;
 	}
-	if (q != NULL && friend_chars(q) > FRIEND_Q_MAX) {
-		friend_bad_param(req, "q", "must be at most 200 characters");
+	if (q != NULL && (!friend_utf8_ok(q) ||
+	    friend_chars(q) > FRIEND_Q_MAX)) {
+		friend_bad_param(req, "q",
+		    "must be at most 200 characters of UTF-8");
 		return;
 	}
-	if (tag != NULL && !tag_name_ok(tag)) {
+	if (tag != NULL && (!friend_utf8_ok(tag) || !tag_name_ok(tag))) {
 		friend_bad_param(req, "tag", "must be a tag name of 1 to 100 "
 		    "characters");
 		return;
@@ -465,23 +540,52 @@ friend_list(struct api_ctx *ctx)
 	}
 	if (friend_cursor_param(req, "cursor", &cursor) != 0)
 		return;
-	if (q != NULL && *q != '\0')
-		like = friend_like_escape(q);
 
 	p = db_params_new();
 	db_params_int(p, ctx->channel_id);
-	db_params_text(p, status);
-	db_params_text(p, after != NULL ? after_ts : NULL);
-	db_params_text(p, before != NULL ? before_ts : NULL);
-	db_params_text(p, like);
-	db_params_text(p, tag);
-	if (cursor > 0)
+	snprintf(sql, sizeof sql, "%s", FRIEND_LIST_SQL);
+	if (status != NULL) {
+		db_params_text(p, status);
+		friend_sql_add(sql, sizeof sql, " AND f.status = $%d",
+		    db_params_count(p));
+	}
+	if (after != NULL) {
+		db_params_text(p, after_ts);
+		friend_sql_add(sql, sizeof sql,
+		    " AND f.followed_at >= $%d::timestamptz",
+		    db_params_count(p));
+	}
+	if (before != NULL) {
+		db_params_text(p, before_ts);
+		friend_sql_add(sql, sizeof sql,
+		    " AND f.followed_at < $%d::timestamptz",
+		    db_params_count(p));
+	}
+	if (q != NULL && *q != '\0') {
+		like = friend_like_escape(q);
+		db_params_text(p, like);
+		free(like);
+		friend_sql_add(sql, sizeof sql,
+		    " AND f.display_name ILIKE '%%' || $%d || '%%'",
+		    db_params_count(p));
+	}
+	if (tag != NULL) {
+		db_params_text(p, tag);
+		friend_sql_add(sql, sizeof sql, " AND EXISTS (SELECT 1 "
+		    "FROM friend_tags ft JOIN tags t ON t.channel_id = "
+		    "ft.channel_id AND t.id = ft.tag_id WHERE ft.channel_id = "
+		    "$1 AND ft.friend_id = f.id AND t.name = $%d)",
+		    db_params_count(p));
+	}
+	if (cursor > 0) {
 		db_params_int(p, cursor);
-	else
-		db_params_null(p);
+		friend_sql_add(sql, sizeof sql, " AND f.id < $%d",
+		    db_params_count(p));
+	}
 	db_params_int(p, limit + 1);
-	free(like);
-	db_query(ctx->app->db, friend_list_sql, p, friend_list_cb, ctx);
+	friend_sql_add(sql, sizeof sql, " ORDER BY f.id DESC LIMIT $%d",
+	    db_params_count(p));
+	db_query(ctx->app->db, sql, p, friend_list_cb, ctx);
 }
 
 /* One friend was read with its history and timeline. */
@@ -530,13 +634,16 @@ static void
 friend_get(struct api_ctx *ctx)
 {
 	struct db_params	*p;
+	const char		*uid;
 	int64_t			 before;
 
+	if ((uid = friend_user_param(ctx->req)) == NULL)
+		return;
 	if (friend_cursor_param(ctx->req, "before", &before) != 0)
 		return;
 	p = db_params_new();
 	db_params_int(p, ctx->channel_id);
-	db_params_text(p, http_req_param(ctx->req, "user_id"));
+	db_params_text(p, uid);
 	if (before > 0)
 		db_params_int(p, before);
 	else
@@ -571,9 +678,12 @@ tag_add(struct api_ctx *ctx)
 	struct http_req		*req = ctx->req;
 	struct db_params	*p;
 	json_t			*body, *tags, *v;
+	const char		*uid;
 	size_t			 i;
 	char			 path[32], *s;
 
+	if ((uid = friend_user_param(req)) == NULL)
+		return;
 	if ((body = http_req_json(req)) == NULL)
 		return;
 	if (api_reject_unknown(req, body, tag_fields) != 0)
@@ -614,7 +724,7 @@ tag_add(struct api_ctx *ctx)
 		fatalx("api: json_dumps failed");
 	p = db_params_new();
 	db_params_int(p, ctx->channel_id);
-	db_params_text(p, http_req_param(req, "user_id"));
+	db_params_text(p, uid);
 	db_params_text(p, s);
 	free(s);
 	db_query(ctx->app->db, tag_add_sql, p, tag_add_cb, ctx);
@@ -649,11 +759,20 @@ tag_remove_cb(const PGresult *res, const char *err, void *arg)
 static void
 tag_remove(struct api_ctx *ctx)
 {
-	struct db_params	*p = db_params_new();
+	struct db_params	*p;
+	const char		*uid, *tag = http_req_param(ctx->req, "tag");
 
+	if ((uid = friend_user_param(ctx->req)) == NULL)
+		return;
+	if (!friend_utf8_ok(tag) || !tag_name_ok(tag)) {
+		http_reply_error(ctx->req, 404, "not_found", NULL,
+		    "no such tag in this channel");
+		return;
+	}
+	p = db_params_new();
 	db_params_int(p, ctx->channel_id);
-	db_params_text(p, http_req_param(ctx->req, "user_id"));
-	db_params_text(p, http_req_param(ctx->req, "tag"));
+	db_params_text(p, uid);
+	db_params_text(p, tag);
 	db_query(ctx->app->db, tag_remove_sql, p, tag_remove_cb, ctx);
 }
 

@@ -30,7 +30,21 @@ line_is_user_id(const char *s)
 	return (1);
 }
 
-/* Replace NUL bytes inside string values, recursively. */
+/* Cut s to at most max bytes without splitting a UTF-8 character. */
+static void
+line_truncate(char *s, size_t max)
+{
+	if (s == NULL || strlen(s) <= max)
+		return;
+	while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+		max--;
+	s[max] = '\0';
+}
+
+/*
+ * Replace NUL bytes inside string values, recursively.  jansson refuses
+ * documents nested deeper than JSON_PARSER_MAX_DEPTH, which bounds this.
+ */
 static void
 line_sanitize(json_t *j, int depth)
 {
@@ -40,7 +54,7 @@ line_sanitize(json_t *j, int depth)
 	char		*out;
 	const char	*s;
 
-	if (depth > 64)
+	if (depth > 4096)
 		return;
 	if (json_is_object(j)) {
 		json_object_foreach(j, key, v)
@@ -66,13 +80,24 @@ line_sanitize(json_t *j, int depth)
 	}
 }
 
-/* Hash a JSON value canonically: "h:" + hex SHA-256. */
+/*
+ * Hash a JSON value canonically: "h:" + hex SHA-256.  deliveryContext is
+ * left out, so a redelivered copy hashes like the original.
+ */
 static char *
 line_hash_id(const json_t *j)
 {
 	char	*s, *hex, *id;
+	json_t	*copy = NULL;
 
+	if (json_is_object(j) &&
+	    json_object_get(j, "deliveryContext") != NULL) {
+		copy = json_copy((json_t *)j);
+		json_object_del(copy, "deliveryContext");
+		j = copy;
+	}
 	s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+	json_decref(copy);
 	if (s == NULL)
 		s = xstrdup("");
 	hex = crypto_sha256_hex(s, strlen(s));
@@ -93,9 +118,12 @@ line_str(const json_t *obj, const char *key)
 	return (xstrdup(json_string_value(v)));
 }
 
-/* Fill one record from an event value. */
+/*
+ * Fill one record from an event value.  reals: numbers were read as reals
+ * (see line_parse), so an integral real timestamp counts.
+ */
 static void
-line_event(json_t *ev, struct line_event_rec *r)
+line_event(json_t *ev, struct line_event_rec *r, int reals)
 {
 	const json_t	*v, *src, *ctx;
 	const char	*id;
@@ -111,20 +139,21 @@ line_event(json_t *ev, struct line_event_rec *r)
 	v = json_object_get(ev, "type");
 	r->type = json_is_string(v) ? xstrdup(json_string_value(v)) :
 	    xstrdup("");
-	if (strlen(r->type) > 64)
-		r->type[64] = '\0';
+	line_truncate(r->type, 64);
 	v = json_object_get(ev, "timestamp");
 	if (json_is_integer(v) && json_integer_value(v) >= 0 &&
 	    json_integer_value(v) < 32503680000000LL)	/* year 3000 */
 		r->ts_ms = json_integer_value(v);
+	else if (reals && json_is_real(v) && json_real_value(v) >= 0 &&
+	    json_real_value(v) < 32503680000000.0 &&
+	    json_real_value(v) == (double)(long long)json_real_value(v))
+		r->ts_ms = (long long)json_real_value(v);
 	r->mode = line_str(ev, "mode");
-	if (r->mode != NULL && strlen(r->mode) > 32)
-		r->mode[32] = '\0';
+	line_truncate(r->mode, 32);
 	src = json_object_get(ev, "source");
 	if (json_is_object(src)) {
 		r->user_id = line_str(src, "userId");
-		if (r->user_id != NULL && strlen(r->user_id) > 64)
-			r->user_id[64] = '\0';
+		line_truncate(r->user_id, 64);
 	}
 	ctx = json_object_get(ev, "deliveryContext");
 	r->redelivery = json_is_object(ctx) &&
@@ -155,9 +184,19 @@ line_parse(const void *body, size_t len, struct line_delivery *d,
 	json_t		*root, *events, *ev;
 	json_error_t	 err;
 	size_t		 i;
+	int		 reals = 0;
 
 	memset(d, 0, sizeof *d);
 	root = json_loadb(body, len, JSON_ALLOW_NUL | JSON_DECODE_ANY, &err);
+	if (root == NULL && strstr(err.text, "too big integer") != NULL) {
+		/*
+		 * Valid JSON with an integer beyond 64 bits somewhere: read
+		 * numbers as reals rather than refuse what LINE would resend.
+		 */
+		root = json_loadb(body, len, JSON_ALLOW_NUL | JSON_DECODE_ANY |
+		    JSON_DECODE_INT_AS_REAL, &err);
+		reals = 1;
+	}
 	if (root == NULL) {
 		xsetcause(cause, "invalid JSON at line %d, column %d: %s",
 		    err.line, err.column, err.text);
@@ -173,7 +212,7 @@ line_parse(const void *body, size_t len, struct line_delivery *d,
 				d->events = xcalloc(d->nevents,
 				    sizeof *d->events);
 			json_array_foreach(events, i, ev)
-				line_event(ev, &d->events[i]);
+				line_event(ev, &d->events[i], reals);
 			json_decref(root);
 			return (0);
 		}

@@ -621,11 +621,12 @@ line_profile_cb(evutil_socket_t fd, short what, void *arg)
 	db_query(li->app->db,
 	    "UPDATE friends f SET profile_next_at = now() + interval '60 s', "
 	    "profile_attempts = f.profile_attempts + 1 "
-	    "FROM (SELECT channel_id, id FROM friends "
-	    "WHERE profile_state = 'pending' AND profile_next_at <= now() "
-	    "ORDER BY profile_next_at LIMIT $1 FOR UPDATE SKIP LOCKED) d, "
-	    "channels c WHERE f.channel_id = d.channel_id AND f.id = d.id "
-	    "AND c.id = f.channel_id AND c.access_token <> '' "
+	    "FROM (SELECT x.channel_id, x.id FROM friends x "
+	    "JOIN channels k ON k.id = x.channel_id AND k.access_token <> '' "
+	    "WHERE x.profile_state = 'pending' AND x.profile_next_at <= now() "
+	    "ORDER BY x.profile_next_at LIMIT $1 FOR UPDATE OF x SKIP LOCKED) "
+	    "d, channels c WHERE f.channel_id = d.channel_id AND f.id = d.id "
+	    "AND c.id = f.channel_id "
 	    "RETURNING f.channel_id, f.id, f.user_id, c.access_token, "
 	    "f.profile_attempts", p, line_profile_claimed_cb, li);
 }

@@ -374,7 +374,45 @@ httpd_method_name(int m)
 	}
 }
 
-/* Decode one path segment; NULL if it holds a NUL or is malformed. */
+/* Tell whether a buffer is well-formed UTF-8 (no overlongs, surrogates). */
+static int
+httpd_utf8_ok(const unsigned char *s, size_t n)
+{
+	size_t		 i = 0, k, need;
+	unsigned int	 cp, min;
+
+	while (i < n) {
+		if (s[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if ((s[i] & 0xe0) == 0xc0) {
+			need = 1;
+			cp = s[i] & 0x1f;
+			min = 0x80;
+		} else if ((s[i] & 0xf0) == 0xe0) {
+			need = 2;
+			cp = s[i] & 0x0f;
+			min = 0x800;
+		} else if ((s[i] & 0xf8) == 0xf0) {
+			need = 3;
+			cp = s[i] & 0x07;
+			min = 0x10000;
+		} else
+			return (0);
+		for (k = 1; k <= need; k++) {
+			if (i + k >= n || (s[i + k] & 0xc0) != 0x80)
+				return (0);
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return (0);
+		i += need + 1;
+	}
+	return (1);
+}
+
+/* Decode one path segment; NULL if it holds a NUL, bad UTF-8 or junk. */
 static char *
 httpd_decode(const char *s, size_t len)
 {
@@ -385,7 +423,8 @@ httpd_decode(const char *s, size_t len)
 	free(raw);
 	if (out == NULL)
 		return (NULL);
-	if (strlen(out) != outlen) {
+	if (strlen(out) != outlen ||
+	    !httpd_utf8_ok((const unsigned char *)out, outlen)) {
 		free(out);
 		return (NULL);
 	}
