@@ -95,6 +95,8 @@ LANGUAGE sql AS $$
 		    max(clicked_at)
 		FROM ins WHERE friend_id IS NOT NULL
 		GROUP BY channel_id, friend_id
+		-- one lock order for every process: no deadlocks between them
+		ORDER BY channel_id, friend_id
 		ON CONFLICT (channel_id, friend_id) DO UPDATE SET
 		    clicks = e.clicks + excluded.clicks,
 		    first_click_at = least(e.first_click_at,
@@ -125,6 +127,7 @@ LANGUAGE sql AS $$
 		SELECT channel_id, friend_id, count(*), max(viewed_at)
 		FROM ins WHERE friend_id IS NOT NULL
 		GROUP BY channel_id, friend_id
+		ORDER BY channel_id, friend_id
 		ON CONFLICT (channel_id, friend_id) DO UPDATE SET
 		    page_views = e.page_views + excluded.page_views,
 		    last_view_at = greatest(e.last_view_at,

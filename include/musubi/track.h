@@ -29,7 +29,7 @@ struct track;
 
 #define TRACK_FLUSH_MS		100
 #define TRACK_BATCH_MAX		2000
-#define TRACK_BUFFER_MAX	200000
+#define TRACK_BUFFER_MAX	50000
 #define TRACK_PARAM		"musubi_t"
 
 /* At start-up (blocking libpq): load or create the shared token key. */

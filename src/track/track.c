@@ -299,6 +299,19 @@ struct track_flush {
 	struct track_queue	*q;
 };
 
+/*
+ * Would the same batch succeed later?  Class 40 (deadlock, serialization),
+ * 53 (out of resources), 57 (cancelled, shutting down), 58 (system error),
+ * 55P03 (lock not available): yes.  Data errors (22, 23...): no.
+ */
+static int
+track_transient(const char *st)
+{
+	return (strncmp(st, "40", 2) == 0 || strncmp(st, "53", 2) == 0 ||
+	    strncmp(st, "57", 2) == 0 || strncmp(st, "58", 2) == 0 ||
+	    strcmp(st, "55P03") == 0);
+}
+
 /* A batch was written, or not. */
 static void
 track_flushed_cb(const PGresult *res, const char *err, void *arg)
@@ -315,7 +328,7 @@ track_flushed_cb(const PGresult *res, const char *err, void *arg)
 		/* Keep the chunk at the head and try again later. */
 		log_warnx("track: writing %zu %s records failed: %s",
 		    json_array_size(c->rows), q->metric, err);
-		if (res != NULL) {
+		if (res != NULL && !track_transient(db_sqlstate(res))) {
 			/* The server refused the data itself: drop it. */
 			q->head = c->next;
 			if (q->tail == c)
@@ -406,8 +419,8 @@ track_link_find(struct track *tr, int64_t channel_id, int64_t id)
 {
 	struct track_link	**pp, *l;
 	long long		  now = track_now_ms();
-	size_t			  b = (size_t)(id * 31 + channel_id) %
-	    TRACK_LINK_BUCKETS;
+	size_t			  b = (size_t)(((uint64_t)id * 31 +
+	    (uint64_t)channel_id) % TRACK_LINK_BUCKETS);
 
 	for (pp = &tr->links[b]; (l = *pp) != NULL;) {
 		if (l->expires <= now) {
@@ -429,9 +442,10 @@ track_link_find(struct track *tr, int64_t channel_id, int64_t id)
 static int
 track_has_param(const char *url, const char *name)
 {
-	const char	*q = strchr(url, '?'), *p;
+	const char	*hash = strchr(url, '#'), *q, *p;
 	size_t		 n = strlen(name);
 
+	q = memchr(url, '?', hash != NULL ? (size_t)(hash - url) : strlen(url));
 	if (q == NULL)
 		return (0);
 	for (p = q + 1; *p != '\0' && *p != '#';) {
@@ -569,8 +583,8 @@ track_link_cb(const PGresult *res, const char *err, void *arg)
 				l->campaign = xstrdup(db_value(res, 0, 1));
 			}
 			l->expires = track_now_ms() + TRACK_LINK_TTL_MS;
-			b = (size_t)(l->id * 31 + l->channel_id) %
-			    TRACK_LINK_BUCKETS;
+			b = (size_t)(((uint64_t)l->id * 31 +
+			    (uint64_t)l->channel_id) % TRACK_LINK_BUCKETS);
 			l->next = tr->links[b];
 			tr->links[b] = l;
 			tr->nlinks++;
