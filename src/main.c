@@ -20,13 +20,17 @@
 #include <event2/event.h>
 #include <libpq-fe.h>
 
+#include "musubi/acquire.h"
 #include "musubi/api.h"
 #include "musubi/app.h"
+#include "musubi/campaign.h"
 #include "musubi/chancache.h"
 #include "musubi/config.h"
 #include "musubi/curlev.h"
 #include "musubi/db.h"
+#include "musubi/ec.h"
 #include "musubi/httpd.h"
+#include "musubi/identity.h"
 #include "musubi/line_intake.h"
 #include "musubi/log.h"
 #include "musubi/metrics.h"
@@ -167,7 +171,10 @@ drain_cb(evutil_socket_t fd, short what, void *arg)
 	db_get_stats(d->app.db, &st);
 	if (httpd_inflight(d->app.httpd) == 0 && st.busy == 0 &&
 	    st.queued == 0 && curlev_inflight(d->app.curl) == 0 &&
-	    !line_intake_busy(d->app.line) && !track_busy(d->app.track)) {
+	    !line_intake_busy(d->app.line) && !ec_busy(d->app.ec) &&
+	    !track_busy(d->app.track) && !campaign_busy(d->app.campaign) &&
+	    !identity_busy(d->app.identity) &&
+	    !acquire_busy(d->app.acquire)) {
 		log_info("musubid: all work finished; exiting");
 		event_base_loopexit(d->app.base, NULL);
 	}
@@ -204,7 +211,11 @@ stop_cb(evutil_socket_t sig, short what, void *arg)
 	d->app.stopping = 1;
 	httpd_stop(d->app.httpd);
 	line_intake_stop(d->app.line);
+	ec_stop(d->app.ec);
 	track_stop(d->app.track);
+	identity_stop(d->app.identity);
+	acquire_stop(d->app.acquire);
+	campaign_stop(d->app.campaign);
 	d->drain = event_new(d->app.base, -1, EV_PERSIST, drain_cb, d);
 	d->deadline = evtimer_new(d->app.base, deadline_cb, d);
 	tv.tv_sec = d->app.cfg->shutdown_timeout / 1000;
@@ -307,12 +318,21 @@ main(int argc, char **argv)
 	d.app.channels = chancache_new(d.app.db);
 	d.app.api = api_new(&d.app);
 	d.app.line = line_intake_new(&d.app, d.app.channels);
+	d.app.ec = ec_new(&d.app);
 	d.app.track = track_new(&d.app, key);
+	d.app.identity = identity_new(&d.app, key);
+	d.app.acquire = acquire_new(&d.app, key);
+	d.app.campaign = campaign_new(&d.app);
 	explicit_bzero(key, sizeof key);
 	if (httpd_listen(d.app.httpd, cfg->listen, &cause) != 0)
 		fatalx("musubid: %s", cause);
 
-	if (line_intake_start(d.app.line) != 0 || track_start(d.app.track) != 0)
+	if (line_intake_start(d.app.line) != 0 ||
+	    ec_start(d.app.ec) != 0 ||
+	    track_start(d.app.track) != 0 ||
+	    identity_start(d.app.identity) != 0 ||
+	    acquire_start(d.app.acquire) != 0 ||
+	    campaign_start(d.app.campaign) != 0)
 		fatalx("musubid: cannot start the background work");
 	d.sighup = evsignal_new(d.app.base, SIGHUP, reload_cb, &d);
 	d.sigterm = evsignal_new(d.app.base, SIGTERM, stop_cb, &d);
@@ -333,11 +353,19 @@ main(int argc, char **argv)
 	 */
 	httpd_stop(d.app.httpd);
 	line_intake_stop(d.app.line);
+	ec_stop(d.app.ec);
 	track_stop(d.app.track);
+	identity_stop(d.app.identity);
+	acquire_stop(d.app.acquire);
+	campaign_stop(d.app.campaign);
 	curlev_free(d.app.curl);
 	db_free(d.app.db);
 	line_intake_free(d.app.line);
+	ec_free(d.app.ec);
 	track_free(d.app.track);
+	identity_free(d.app.identity);
+	acquire_free(d.app.acquire);
+	campaign_free(d.app.campaign);
 	httpd_free(d.app.httpd);
 	api_free(d.app.api);
 	chancache_free(d.app.channels);

@@ -29,6 +29,7 @@ enum api_scope {
 	API_ADMIN,	/* admin keys only */
 	API_ANY,	/* any valid key */
 	API_CHANNEL,	/* admin, or a key of the channel named by {slug} */
+	API_CHANNEL_ADMIN, /* admin only, with {slug} resolved */
 };
 
 /* What the authenticated request may reach; borrowed by handlers. */
@@ -74,6 +75,11 @@ void		 api_db_error(struct http_req *, const char *what,
 /* Route registration of each resource module (api_*.c). */
 void		 api_channels_init(struct api *);
 void		 api_links_init(struct api *);
+void		 api_campaigns_init(struct api *);
+void		 api_identity_init(struct api *);
 void		 api_friends_init(struct api *);
+void		 api_segments_init(struct api *);
+void		 api_shops_init(struct api *);
+void		 api_sources_init(struct api *);
 
 #endif

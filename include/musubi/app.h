@@ -10,12 +10,16 @@
 
 #include <event2/event.h>
 
+struct acquire;
 struct api;
+struct campaign;
 struct chancache;
 struct config;
 struct curlev;
 struct db;
+struct ec;
 struct httpd;
+struct identity;
 struct line_intake;
 struct metrics;
 struct track;
@@ -30,7 +34,11 @@ struct app {
 	struct chancache	*channels;
 	struct api		*api;
 	struct line_intake	*line;
+	struct ec		*ec;
 	struct track		*track;
+	struct campaign		*campaign;
+	struct identity		*identity;
+	struct acquire		*acquire;
 	int			 stopping;
 };
 

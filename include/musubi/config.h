@@ -38,8 +38,15 @@ struct config {
 	int	 intake_max_commits;	/* group commits in flight */
 
 	char	*line_api_base;
+	char	*line_access_base;
 	long	 line_api_timeout;	/* ms */
 	char	*public_url;
+
+	int	 line_multicast_rps;	/* per channel; 0 = unlimited */
+	int	 line_push_rps;		/* per channel; 0 = unlimited */
+	int	 send_concurrency;	/* LINE requests in flight */
+	long	 send_lease;		/* ms a claimed batch/run is ours */
+	long	 campaign_poll;		/* ms between scheduler passes */
 };
 
 /* Defaults, then the file (if path != NULL), then the environment. */

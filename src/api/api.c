@@ -96,7 +96,12 @@ api_new(struct app *app)
 	metrics_collector(app->metrics, api_collect_cb, api);
 	api_channels_init(api);
 	api_links_init(api);
+	api_campaigns_init(api);
+	api_identity_init(api);
 	api_friends_init(api);
+	api_segments_init(api);
+	api_shops_init(api);
+	api_sources_init(api);
 	return (api);
 }
 
@@ -257,6 +262,15 @@ api_authorized(struct api_call *call)
 		break;
 	case API_ANY:
 		break;
+	case API_CHANNEL_ADMIN:
+		if (!call->ctx.admin) {
+			http_reply_error(req, 403, "forbidden", NULL,
+			    "this API key is limited to channel %s; this "
+			    "route needs an admin key",
+			    call->ctx.channel_slug);
+			return;
+		}
+		/* FALLTHROUGH */
 	case API_CHANNEL:
 		slug = http_req_param(req, "slug");
 		if (!call->ctx.admin && strcmp(slug,

@@ -24,11 +24,13 @@
 #define CHANNEL_COLS \
 	"slug, name, bot_user_id, timezone, channel_secret <> '', " \
 	"access_token <> '', " ISO8601("created_at") ", " \
-	ISO8601("updated_at")
+	ISO8601("updated_at") ", login_channel_id, " \
+	"coalesce(login_channel_secret, '') <> ''"
 
 static const char *const channel_fields[] = {
 	"slug", "name", "channel_secret", "channel_access_token",
-	"bot_user_id", "timezone", NULL
+	"bot_user_id", "timezone", "login_channel_id", "login_channel_secret",
+	NULL
 };
 
 /* Render row i of a CHANNEL_COLS result starting at column off. */
@@ -36,8 +38,10 @@ static json_t *
 channel_json(const PGresult *res, int row, int off)
 {
 	const char	*bot = db_value(res, row, off + 2);
+	const char	*login = db_value(res, row, off + 8);
 
-	return (json_pack("{s:s, s:s, s:o, s:s, s:b, s:b, s:s, s:s}",
+	return (json_pack("{s:s, s:s, s:o, s:s, s:b, s:b, s:s, s:s, s:o, "
+	    "s:b}",
 	    "slug", db_value(res, row, off),
 	    "name", db_value(res, row, off + 1),
 	    "bot_user_id", bot != NULL ? json_string(bot) : json_null(),
@@ -45,7 +49,10 @@ channel_json(const PGresult *res, int row, int off)
 	    "has_channel_secret", *db_value(res, row, off + 4) == 't',
 	    "has_access_token", *db_value(res, row, off + 5) == 't',
 	    "created_at", db_value(res, row, off + 6),
-	    "updated_at", db_value(res, row, off + 7)));
+	    "updated_at", db_value(res, row, off + 7),
+	    "login_channel_id", login != NULL ? json_string(login) :
+	    json_null(),
+	    "has_login_channel_secret", *db_value(res, row, off + 9) == 't'));
 }
 
 /* Check a slug: lowercase letters, digits and '-', 1-63, not leading '-'. */
@@ -116,7 +123,8 @@ channel_create_cb(const PGresult *res, const char *err, void *arg)
 static int
 channel_validate(struct http_req *req, json_t *body, int create,
     const char **slug, const char **name, const char **secret,
-    const char **token, const char **bot, const char **tz)
+    const char **token, const char **bot, const char **tz,
+    const char **login, const char **login_secret)
 {
 	if (api_reject_unknown(req, body, channel_fields) != 0)
 		return (-1);
@@ -140,7 +148,10 @@ channel_validate(struct http_req *req, json_t *body, int create,
 	    api_string(req, body, "channel_access_token", 0, 1, 1000,
 	    token) != 0 ||
 	    api_string(req, body, "bot_user_id", 0, 33, 33, bot) != 0 ||
-	    api_string(req, body, "timezone", 0, 1, 64, tz) != 0)
+	    api_string(req, body, "timezone", 0, 1, 64, tz) != 0 ||
+	    api_string(req, body, "login_channel_id", 0, 1, 32, login) != 0 ||
+	    api_string(req, body, "login_channel_secret", 0, 1, 200,
+	    login_secret) != 0)
 		return (-1);
 	if (*bot != NULL && !channel_user_id_ok(*bot)) {
 		http_reply_error(req, 422, "invalid_value", "/bot_user_id",
@@ -157,12 +168,13 @@ channel_create(struct api_ctx *ctx)
 {
 	json_t			*body;
 	const char		*slug, *name, *secret, *token, *bot, *tz;
+	const char		*login, *lsecret;
 	struct db_params	*p;
 
 	if ((body = http_req_json(ctx->req)) == NULL)
 		return;
 	if (channel_validate(ctx->req, body, 1, &slug, &name, &secret, &token,
-	    &bot, &tz) != 0) {
+	    &bot, &tz, &login, &lsecret) != 0) {
 		json_decref(body);
 		return;
 	}
@@ -173,10 +185,13 @@ channel_create(struct api_ctx *ctx)
 	db_params_text(p, token != NULL ? token : "");
 	db_params_text(p, bot);
 	db_params_text(p, tz != NULL ? tz : "Asia/Tokyo");
+	db_params_text(p, login);
+	db_params_text(p, lsecret);
 	json_decref(body);
 	db_query(ctx->app->db,
 	    "INSERT INTO channels (slug, name, channel_secret, access_token, "
-	    "bot_user_id, timezone) SELECT $1, $2, $3, $4, $5, $6 "
+	    "bot_user_id, timezone, login_channel_id, login_channel_secret) "
+	    "SELECT $1, $2, $3, $4, $5, $6, $7, $8 "
 	    "WHERE EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $6) "
 	    "RETURNING " CHANNEL_COLS, p, channel_create_cb, ctx);
 }
@@ -271,12 +286,13 @@ channel_update(struct api_ctx *ctx)
 {
 	json_t			*body;
 	const char		*slug, *name, *secret, *token, *bot, *tz;
+	const char		*login, *lsecret;
 	struct db_params	*p;
 
 	if ((body = http_req_json(ctx->req)) == NULL)
 		return;
 	if (channel_validate(ctx->req, body, 0, &slug, &name, &secret, &token,
-	    &bot, &tz) != 0) {
+	    &bot, &tz, &login, &lsecret) != 0) {
 		json_decref(body);
 		return;
 	}
@@ -288,6 +304,8 @@ channel_update(struct api_ctx *ctx)
 	db_params_bool(p, json_object_get(body, "bot_user_id") != NULL);
 	db_params_text(p, bot);
 	db_params_text(p, tz);
+	db_params_text(p, login);
+	db_params_text(p, lsecret);
 	json_decref(body);
 	db_query(ctx->app->db,
 	    "WITH tz AS (SELECT $7::text IS NULL OR EXISTS (SELECT 1 FROM "
@@ -296,7 +314,10 @@ channel_update(struct api_ctx *ctx)
 	    "channel_secret = coalesce($3, channel_secret), "
 	    "access_token = coalesce($4, access_token), "
 	    "bot_user_id = CASE WHEN $5 THEN $6 ELSE bot_user_id END, "
-	    "timezone = coalesce($7, timezone), updated_at = now() "
+	    "timezone = coalesce($7, timezone), "
+	    "login_channel_id = coalesce($8, login_channel_id), "
+	    "login_channel_secret = coalesce($9, login_channel_secret), "
+	    "updated_at = now() "
 	    "WHERE slug = $1 AND (SELECT ok FROM tz) RETURNING " CHANNEL_COLS
 	    ") SELECT (SELECT ok FROM tz), upd.* FROM (SELECT 1) one "
 	    "LEFT JOIN upd ON true", p, channel_update_cb, ctx);

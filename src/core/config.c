@@ -89,11 +89,30 @@ static const struct config_key config_keys[] = {
 	  "https://api.line.me", 0, 0, 0,
 	  "LINE Messaging API base URL (line-sandbox in tests and the demo)",
 	  config_check_url },
+	{ "line_access_base", CONFIG_STRING, OFF(line_access_base),
+	  "https://access.line.me", 0, 0, 0,
+	  "LINE's user-facing base URL (account-link dialog, LINE Login); "
+	  "line-sandbox in tests and the demo", config_check_url },
 	{ "line_api_timeout", CONFIG_DURATION, OFF(line_api_timeout), "10s",
 	  100, 600000, CONFIG_NORELOAD, "timeout of one request to the LINE API", NULL },
 	{ "public_url", CONFIG_STRING, OFF(public_url), "", 0, 0, 0,
 	  "external base URL of musubid, for links it hands out "
 	  "(default: http://<listen>)", config_check_url },
+	{ "line_multicast_rps", CONFIG_INT, OFF(line_multicast_rps), "200", 0,
+	  100000, 0, "multicast requests/s per channel, shared by every "
+	  "musubid (0 = no limit)", NULL },
+	{ "line_push_rps", CONFIG_INT, OFF(line_push_rps), "2000", 0, 100000,
+	  0, "push requests/s per channel, shared by every musubid "
+	  "(0 = no limit)", NULL },
+	{ "send_concurrency", CONFIG_INT, OFF(send_concurrency), "64", 1, 4096,
+	  0, "campaign requests to LINE in flight at once", NULL },
+	{ "send_lease", CONFIG_DURATION, OFF(send_lease), "60s", 1000,
+	  3600000, 0, "a claimed batch or run preparation is this process's "
+	  "for this long; after a crash, others resume it then (keep it "
+	  "above line_api_timeout)", NULL },
+	{ "campaign_poll", CONFIG_DURATION, OFF(campaign_poll), "1s", 10,
+	  60000, 0, "how often the campaign scheduler looks for due runs",
+	  NULL },
 };
 
 /* Check a host:port value. */
@@ -405,6 +424,9 @@ config_check(struct config *cfg, char **cause)
 	while ((n = strlen(cfg->public_url)) > 1 &&
 	    cfg->public_url[n - 1] == '/')
 		cfg->public_url[n - 1] = '\0';
+	while ((n = strlen(cfg->line_access_base)) > 1 &&
+	    cfg->line_access_base[n - 1] == '/')
+		cfg->line_access_base[n - 1] = '\0';
 	while ((n = strlen(cfg->line_api_base)) > 1 &&
 	    cfg->line_api_base[n - 1] == '/')
 		cfg->line_api_base[n - 1] = '\0';
