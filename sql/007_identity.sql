@@ -67,6 +67,11 @@ BEGIN
 END;
 $$;
 
+-- The functions below end in musubi_ec_refresh(), which takes the EC apply
+-- lock (109117115101099).  Those that lock rows the applier also locks
+-- (orders, links) take it first, so that they and musubi_ec_apply() always
+-- lock in the same order and cannot deadlock.
+
 -- Link a customer to a friend.  Returns 'linked', 'already' (the same
 -- link exists) or 'conflict' (linked to another friend and p_replace is
 -- false).  With p_replace the old link is closed first.
@@ -77,6 +82,7 @@ DECLARE
 	v_cur	friend_customer_links%ROWTYPE;
 	v_old	bigint;
 BEGIN
+	PERFORM pg_advisory_xact_lock(109117115101099);
 	SELECT * INTO v_cur FROM friend_customer_links
 	WHERE channel_id = p_channel AND customer_id = p_customer
 	    AND unlinked_at IS NULL
@@ -112,6 +118,7 @@ CREATE FUNCTION musubi_identity_unlink(p_channel bigint, p_friend bigint,
 	p_customer bigint) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
+	PERFORM pg_advisory_xact_lock(109117115101099);
 	UPDATE friend_customer_links SET unlinked_at = now()
 	WHERE channel_id = p_channel AND friend_id = p_friend
 	    AND customer_id = p_customer AND unlinked_at IS NULL;
@@ -133,6 +140,8 @@ DECLARE
 	r	record;
 	n	integer := 0;
 BEGIN
+	-- (no EC lock here: the applier never touches nonces, and
+	-- musubi_identity_link takes it before touching links)
 	FOR r IN
 		UPDATE account_link_nonces a
 		SET consumed_at = now(), friend_id = e.friend_id
@@ -169,6 +178,7 @@ DECLARE
 	r	record;
 	n	integer := 0;
 BEGIN
+	PERFORM pg_advisory_xact_lock(109117115101099);
 	FOR r IN
 		UPDATE orders o SET attribution_state = b.s,
 		    attributed_friend_id = CASE WHEN b.s = 'ok' THEN f.id END,

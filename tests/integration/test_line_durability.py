@@ -108,7 +108,8 @@ class KillNine(MusubiTestCase):
         # The crash takes the processor's transaction with it.
         self.db.sql("SELECT pg_terminate_backend(pid) FROM "
                     "pg_stat_activity WHERE application_name IN "
-                    "('musubid', 'locker')")
+                    "('musubid', 'locker') AND datname = "
+                    "current_database()")
         locker.kill()
         locker.wait()
         time.sleep(0.2)
