@@ -259,6 +259,8 @@ JOIN friends f ON f.channel_id = c.channel_id
     AND f.id = substr(c.external_id, 3)::bigint
 CROSS JOIN generate_series(1, 5) k
 WHERE c.channel_id = :ch AND k <= 1 + c.id % 5;
+-- Statistics first: the refresh is one set-based statement.
+ANALYZE;
 SELECT musubi_acq_orders_refresh_channel(:ch);
 VACUUM ANALYZE;
 SELECT (SELECT count(*) FROM friends) AS friends,
